@@ -1,0 +1,1 @@
+"""Inference: guides, the training objective and loop, KL accounting, metrics, bounds."""
