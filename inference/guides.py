@@ -4,7 +4,7 @@ All guides keep their parameters as one flat vector over every latent site (weig
 of all layers, in the model's order) and hand Pyro per-site views of it. A flat vector lets the
 complexity term be one fused expression over all parameters instead of one per site.
 
-- ``MeanFieldNormalGuide``: q(w) = prod_i Normal(loc_i, scale_i), scale = softplus(raw). Its
+- ``MeanFieldNormalGuide``: q(w) = prod_i Normal(loc_i, scale_i), scale = exp(log_scale). Its
   sites are ``Normal(loc, scale).to_event(k)`` themselves (not a Delta behind an auxiliary
   site, as in Pyro's ``AutoNormal``), so ``TraceMeanField_ELBO`` evaluates the KL with
   ``kl_divergence(Normal, Normal)`` in closed form. ``complexity()`` is that same KL, fused.
@@ -30,11 +30,6 @@ LOC_INITS = ("he", "prior", "zeros")
 HALF_LOG_TWO_PI = 0.5 * math.log(2 * math.pi)
 
 
-def inverse_softplus(y: torch.Tensor) -> torch.Tensor:
-    """x with softplus(x) = y, for y > 0 (stable for small and large y)."""
-    return y + torch.log(-torch.expm1(-y))
-
-
 class FlatGuide(nn.Module):
     """Shared machinery: the site table, flat-vector views and the prior as flat vectors."""
 
@@ -57,11 +52,19 @@ class FlatGuide(nn.Module):
         """A flat vector holding ``values[i]`` over the parameters of site i."""
         return torch.cat([torch.full((site.numel,), float(v)) for site, v in zip(self.sites, values, strict=True)])
 
+    def chunks(self, flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Per-site pieces ``(..., numel)`` of a flat tensor ``(..., P)``, from one ``split``.
+
+        One split op (its backward is one concatenation) instead of one slice per site (each
+        slice's backward writes its gradient into a fresh zero tensor of size P).
+        """
+        return flat.split([site.numel for site in self.sites], dim=-1)
+
     def split(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-site views of a flat tensor ``(..., P)``: ``{name: (..., *shape)}``."""
         lead = flat.shape[:-1]
-        return {site.name: flat[..., a:b].reshape(*lead, *site.shape)
-                for site, a, b in zip(self.sites, self.offsets[:-1], self.offsets[1:], strict=True)}
+        return {site.name: piece.reshape(*lead, *site.shape)
+                for site, piece in zip(self.sites, self.chunks(flat), strict=True)}
 
     def site_slices(self) -> dict[str, slice]:
         return {site.name: slice(a, b) for site, a, b in zip(self.sites, self.offsets[:-1], self.offsets[1:],
@@ -119,46 +122,50 @@ class MeanFieldNormalGuide(FlatGuide):
         if not init_scale > 0:
             raise ValueError(f"init_scale must be positive, got {init_scale}")
         self.loc = nn.Parameter(self.initial_locs(init_loc))
-        self.raw_scale = nn.Parameter(inverse_softplus(torch.full((self.num_params,), float(init_scale))))
+        # The scales are optimised in log space: Adam then moves each by about lr per step in
+        # relative terms, and log(scale), which the KL needs, is the parameter itself.
+        self.log_scale = nn.Parameter(torch.full((self.num_params,), math.log(init_scale)))
 
     def scale(self) -> torch.Tensor:
-        return nn.functional.softplus(self.raw_scale)
+        return torch.exp(self.log_scale)
 
-    def forward(self, *args, **kwargs) -> torch.Tensor:
-        """Sample every site from q; returns the flat scale vector (so that the objective can
-        reuse it for the KL instead of computing the softplus twice)."""
+    def forward(self, *args, **kwargs) -> tuple:
+        """Sample every site from q. Returns the flat scale vector and the per-site pieces of
+        the locations and scales, so that the objective's KL reuses them (no second exp, no
+        second split)."""
         scale = self.scale()
-        locs, scales = self.split(self.loc), self.split(scale)
-        for site in self.sites:
-            pyro.sample(site.name, dist.Normal(locs[site.name], scales[site.name]).to_event(len(site.shape)))
-        return scale
+        loc_pieces, scale_pieces = self.chunks(self.loc), self.chunks(scale)
+        for site, m, s in zip(self.sites, loc_pieces, scale_pieces, strict=True):
+            pyro.sample(site.name, dist.Normal(m.view(site.shape), s.view(site.shape)).to_event(len(site.shape)))
+        return scale, loc_pieces, scale_pieces
 
     def mean_values(self) -> torch.Tensor:
         return self.loc
 
     def kl_per_parameter(self) -> torch.Tensor:
         """KL(q_i || p_i) of every parameter ``(P,)``, in nats, in closed form."""
-        scale = self.scale()
-        ratio = scale / self.prior_scale
-        return 0.5 * (ratio.square() + ((self.loc - self.prior_loc) / self.prior_scale).square() - 1) - torch.log(ratio)
+        ratio = self.scale() / self.prior_scale
+        log_ratio = self.log_scale - torch.log(self.prior_scale)
+        return 0.5 * (ratio.square() + ((self.loc - self.prior_loc) / self.prior_scale).square() - 1) - log_ratio
 
-    def complexity(self, scale: torch.Tensor | None = None) -> torch.Tensor:
+    def complexity(self, returned: tuple | None = None) -> torch.Tensor:
         """KL(q || p) in nats (closed form), summed site by site without a per-parameter vector.
 
-        :param scale: the flat scale vector if already computed (as returned by ``forward``).
+        :param returned: what ``forward`` returned (reused), or None to compute from scratch.
 
         Within a site the prior is one Normal(m0, s0), so
         KL = (sum s^2 + sum (m - m0)^2) / (2 s0^2) - sum log s + numel * (log s0 - 1/2),
         where the sums of squares are dot products (one read of each vector).
         """
-        scale = self.scale() if scale is None else scale
-        total = scale.new_zeros(())
-        for site, a, b in zip(self.sites, self.offsets[:-1], self.offsets[1:], strict=True):
-            s, m = scale[a:b], self.loc[a:b]
+        if returned is None:
+            scale = self.scale()
+            returned = scale, self.chunks(self.loc), self.chunks(scale)
+        scale, loc_pieces, scale_pieces = returned
+        squares = []
+        for site, m, s in zip(self.sites, loc_pieces, scale_pieces, strict=True):
             centred = m if site.prior_loc == 0 else m - site.prior_loc
-            squares = torch.dot(s, s) + torch.dot(centred, centred)
-            total = total + squares / (2 * site.prior_scale**2) - torch.log(s).sum()
-        return total + self._kl_constant
+            squares.append((torch.dot(s, s) + torch.dot(centred, centred)) * (0.5 / site.prior_scale**2))
+        return torch.stack(squares).sum() - self.log_scale.sum() + self._kl_constant
 
     @property
     def _kl_constant(self) -> float:

@@ -59,8 +59,8 @@ class TrainConfig:
     scale_learning_rate: float = 2e-2
     batch_size: int = 128
     full_batch_max: int = 1024
-    steps_per_block: int = 50
-    max_blocks: int = 100
+    steps_per_block: int = 100
+    max_blocks: int = 60
     min_blocks: int = 4
     window: int = 3
     tolerance: float = 1e-2
@@ -109,7 +109,7 @@ def build_optimizer(guide: FlatGuide, config: TrainConfig) -> torch.optim.Optimi
     """Adam over the guide's flat parameter vectors (locations and, for VI, scales)."""
     if isinstance(guide, MeanFieldNormalGuide):
         groups = [{"params": [guide.loc], "lr": config.learning_rate, "base_lr": config.learning_rate},
-                  {"params": [guide.raw_scale], "lr": config.scale_learning_rate,
+                  {"params": [guide.log_scale], "lr": config.scale_learning_rate,
                    "base_lr": config.scale_learning_rate}]
     else:
         groups = [{"params": list(guide.parameters()), "lr": config.learning_rate, "base_lr": config.learning_rate}]
