@@ -40,11 +40,11 @@ data: venv
 	$(PY) -m study.mnist --data-dir $(DATA_DIR)
 
 reproduce: data
-	$(PY) hw1_id_train.py --experiment all --data-dir $(DATA_DIR) --out $(RESULTS) --skip-existing
+	$(PY) hw1_id_train.py --experiment all --data-dir $(DATA_DIR) --out $(RESULTS) --skip-existing --jobs 2
 	$(PY) hw1_id_eval.py $(RESULTS) --data-dir $(DATA_DIR) --report
 
 quick: data
-	$(PY) hw1_id_train.py --experiment all --quick --data-dir $(DATA_DIR) --out $(RESULTS)-quick --overwrite
+	$(PY) hw1_id_train.py --experiment all --quick --data-dir $(DATA_DIR) --out $(RESULTS)-quick --overwrite --jobs 2
 	$(PY) hw1_id_eval.py $(RESULTS)-quick --data-dir $(DATA_DIR) --report --quick
 
 report: venv
