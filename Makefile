@@ -7,6 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DATA_DIR ?= data
 RESULTS ?= results
+AUTHOR ?=
 # Two threads by default: the study is sized for a 2-core laptop.
 export OMP_NUM_THREADS ?= 2
 export MKL_NUM_THREADS ?= 2
@@ -41,14 +42,14 @@ data: venv
 
 reproduce: data
 	$(PY) hw1_id_train.py --experiment all --data-dir $(DATA_DIR) --out $(RESULTS) --skip-existing --jobs 2
-	$(PY) hw1_id_eval.py $(RESULTS) --data-dir $(DATA_DIR) --report
+	$(PY) hw1_id_eval.py $(RESULTS) --data-dir $(DATA_DIR) --report --author "$(AUTHOR)"
 
 quick: data
 	$(PY) hw1_id_train.py --experiment all --quick --data-dir $(DATA_DIR) --out $(RESULTS)-quick --overwrite --jobs 2
 	$(PY) hw1_id_eval.py $(RESULTS)-quick --data-dir $(DATA_DIR) --report --quick
 
 report: venv
-	$(PY) hw1_id_eval.py $(RESULTS) --data-dir $(DATA_DIR) --report
+	$(PY) hw1_id_eval.py $(RESULTS) --data-dir $(DATA_DIR) --report --author "$(AUTHOR)"
 
 test: dev data
 	$(PY) -m pytest -q

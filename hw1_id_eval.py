@@ -20,27 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from study.cli_args import digit_list, non_negative_int, positive_int
 from study.errors import UserError
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def digit_list(text: str) -> tuple[int, ...]:
-    try:
-        digits = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"digits must look like 3,8, got {text!r}") from None
-    if any(d < 0 or d > 9 for d in digits):
-        raise argparse.ArgumentTypeError(f"digits must lie in 0-9, got {text!r}")
-    return digits
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,14 +34,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--digits", type=digit_list, help="evaluate on this digit subset, e.g. 3,8")
     parser.add_argument("--num-test", type=positive_int, help="evaluate on the first N images of the selection")
     parser.add_argument("--random-labels", action="store_true", help="evaluate against Bernoulli(1/2) labels")
-    parser.add_argument("--label-seed", type=int, default=None, help="seed of --random-labels (default: run seed)")
+    parser.add_argument("--label-seed", type=non_negative_int, default=None, help="seed of --random-labels (default: run seed)")
     parser.add_argument("--samples", type=positive_int, default=50, help="posterior samples of the model average")
     parser.add_argument("--out", help="output folder (default: <first folder>/evaluation or ./evaluation)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="torch device")
     parser.add_argument("--threads", type=positive_int, default=2, help="CPU threads for torch")
     parser.add_argument("--report", action="store_true",
                         help="also build the study's tables, figures, ArviZ files and report from a results folder")
-    parser.add_argument("--quick", action="store_true", help="smaller sample counts (smoke tests)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke runs: 10 posterior samples, the first 2,000 images of each selection")
+    parser.add_argument("--author", default="", help="name and ID printed on the report (default: a blank to fill)")
     return parser
 
 
@@ -79,8 +62,6 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda was asked for but torch sees no CUDA device")
-    if args.label_seed is not None and args.label_seed < 0:
-        raise UserError("--label-seed must be a non-negative integer")
     from inference.runtime import configure_cpu
 
     configure_cpu(args.threads)
@@ -95,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         results_dir = Path(args.paths[0])
         if not results_dir.is_dir():
             raise UserError("--report needs a results folder as the first path")
-        build_study_outputs(results_dir, args.data_dir, device=args.device, quick=args.quick)
+        build_study_outputs(results_dir, args.data_dir, device=args.device, quick=args.quick, author=args.author)
     return 0
 
 

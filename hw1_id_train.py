@@ -19,66 +19,10 @@ import dataclasses
 import sys
 import time
 
+from study.cli_args import beta_value, digit_list, hidden_sizes, non_negative_int, positive_float, positive_int
 from study.errors import UserError
 
 DEFAULT_DATA_DIR = "data"
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def beta_value(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"beta must be a non-negative number, got {text}")
-    return value
-
-
-def hidden_sizes(text: str) -> tuple[int, ...]:
-    """``400,400`` -> (400, 400); ``none`` -> () (logistic regression)."""
-    if text.strip().lower() in ("none", "0", ""):
-        return ()
-    try:
-        sizes = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"hidden sizes must look like 400,400 or none, got {text!r}") from None
-    if any(size <= 0 for size in sizes):
-        raise argparse.ArgumentTypeError(f"hidden sizes must be positive, got {text!r}")
-    return sizes
-
-
-def digit_list(text: str) -> tuple[int, ...]:
-    try:
-        digits = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"digits must look like 3,8, got {text!r}") from None
-    if any(d < 0 or d > 9 for d in digits):
-        raise argparse.ArgumentTypeError(f"digits must lie in 0-9, got {text!r}")
-    return digits
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--jobs", type=positive_int, default=1,
                         help="runs trained at the same time, each in its own process")
     parser.add_argument("--quick", action="store_true",
-                        help="tiny budget for demos and smoke tests: at most 1,000 training images, 3 blocks")
+                        help="tiny budget for demos and smoke tests: at most 1,000 training images, 2 blocks of "
+                             "10 steps, the first 2,000 test images")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     existing = parser.add_mutually_exclusive_group()
     existing.add_argument("--skip-existing", action="store_true", help="keep finished runs, train the others")
@@ -177,7 +122,7 @@ def apply_overrides(experiment, args):
 def quick_variant(experiment):
     """The same experiment on a tiny budget (smoke tests and demos, not results)."""
     first_n = min(experiment.selection.first_n or 1000, 1000)
-    train = dataclasses.replace(experiment.train, max_blocks=3, min_blocks=3, steps_per_block=10)
+    train = dataclasses.replace(experiment.train, max_blocks=2, min_blocks=2, steps_per_block=10)
     return dataclasses.replace(experiment, selection=dataclasses.replace(experiment.selection, first_n=first_n),
                                train=train)
 

@@ -32,13 +32,23 @@ def _nats(value: float) -> str:
 
 
 def _ratio_words(a: float, b: float) -> str:
-    """'3.2 times more' / 'about the same' / '2.0 times less'."""
+    """How a compares with b: '3.2 times as far as' / 'about as far as' / '2.0 times less far than'."""
     if not (_ok(a) and _ok(b)) or a <= 0 or b <= 0:
-        return "an undetermined amount of"
+        return "(not comparable: a value is missing or not positive) compared with"
     ratio = a / b
     if 0.8 <= ratio <= 1.25:
-        return "about the same"
-    return f"{ratio:.1f} times more" if ratio > 1 else f"{1 / ratio:.1f} times less"
+        return "about as far as"
+    return f"{ratio:.1f} times as far as" if ratio > 1 else f"{1 / ratio:.1f} times less far than"
+
+
+def _cost_words(a: float, b: float) -> str:
+    """'3.2 times higher than' / 'about the same as' / '2.0 times lower than'."""
+    if not (_ok(a) and _ok(b)) or a <= 0 or b <= 0:
+        return "not comparable with"
+    ratio = a / b
+    if 0.8 <= ratio <= 1.25:
+        return "about the same as"
+    return f"{ratio:.1f} times higher than" if ratio > 1 else f"{1 / ratio:.1f} times lower than"
 
 
 def random_label_claims(rl: list[dict]) -> list[str]:
@@ -51,7 +61,7 @@ def random_label_claims(rl: list[dict]) -> list[str]:
             words = _ratio_words(random["kl/total"], true_pair["kl/total"])
             out.append(
                 f"At beta = {beta:g}, the posterior fitted to 200 images with random labels sits "
-                f"{_nats(random['kl/total'])} nats from the prior, {words} than with 200 true 3-vs-8 labels "
+                f"{_nats(random['kl/total'])} nats from the prior, {words} with 200 true 3-vs-8 labels "
                 f"({_nats(true_pair['kl/total'])} nats); training accuracy {_pct(random['train/accuracy'])} vs "
                 f"{_pct(true_pair['train/accuracy'])}, test accuracy {_pct(random['test/accuracy'])} vs "
                 f"{_pct(true_pair['test/accuracy'])}.")
@@ -59,9 +69,10 @@ def random_label_claims(rl: list[dict]) -> list[str]:
         small = _row(rl, experiment=f"rl-first200-{'b1' if beta == 1 else f'b{beta:g}'}")
         if full and small and _ok(full["kl/total"]) and _ok(small["kl/total"]):
             out.append(
-                f"At beta = {beta:g}, all 60,000 images move the posterior {_ratio_words(full['kl/total'], small['kl/total'])} "
-                f"(KL {_nats(full['kl/total'])} vs {_nats(small['kl/total'])} nats) than the first 200, but per "
-                f"training example the cost is {_ratio_words(full['kl/per_n'], small['kl/per_n'])} "
+                f"At beta = {beta:g}, all {full['n']:,} images move the posterior "
+                f"{_ratio_words(full['kl/total'], small['kl/total'])} the first {small['n']:,} do "
+                f"(KL {_nats(full['kl/total'])} vs {_nats(small['kl/total'])} nats); per training example the cost "
+                f"is {_cost_words(full['kl/per_n'], small['kl/per_n'])} with {small['n']:,} "
                 f"(KL/n {full['kl/per_n']:.3g} vs {small['kl/per_n']:.3g}).")
     at_prior = [r for r in rl if r["beta"] == 1 and r["n"] <= 200 and _ok(r["kl/mean_per_param"])]
     if at_prior:

@@ -56,25 +56,27 @@ def run_label(path: Path, payload: dict) -> str:
 
 
 @torch.no_grad()
-def evaluate_payload(payload: dict, x: torch.Tensor, y: torch.Tensor, samples: int, seed: int, device) -> dict:
-    """Accuracy, NLL and ECE (model average and mean weights) and the KL summaries."""
+def evaluate_payload(payload: dict, x: torch.Tensor, y: torch.Tensor, samples: int, seed: int, device,
+                     split: str = "test") -> dict:
+    """Accuracy, NLL and ECE (model average and mean weights) and the KL summaries; metric keys
+    are ``<split>/<metric>`` (e.g. ``test/accuracy``) and ``kl/<summary>``."""
     model, guide = rebuild(payload, device)
-    metrics: dict = {"eval/num_examples": int(x.shape[0])}
+    metrics: dict = {f"{split}/num_examples": int(x.shape[0])}
     point = point_metrics(logits_of_weights(guide.mean_weights(), x), y)
     if isinstance(guide, MeanFieldNormalGuide):
         generator = torch.Generator(device=x.device).manual_seed(20_000 + seed)
         parts = [logits_of_weights(guide.sample_weights(min(10, samples - s), generator), x)
                  for s in range(0, samples, 10)]
         bma = bayesian_model_average(torch.cat(parts), y)
-        metrics.update({f"eval/{k}": v for k, v in bma.items()})
-        metrics.update({f"eval/{k}_mean_weights": v for k, v in point.items()})
+        metrics.update({f"{split}/{k}": v for k, v in bma.items()})
+        metrics.update({f"{split}/{k}_mean_weights": v for k, v in point.items()})
         kl = kl_summary(guide, payload["run"]["num_train"])
         metrics.update({"kl/total": kl["total"], "kl/mean_per_param": kl["mean_per_param"],
                         "kl/l2_norm": kl["l2_norm"], "kl/per_n": kl["per_n"]})
         metrics.update({f"kl/layer_{i}": v for i, v in enumerate(kl["per_layer"])})
         metrics["params/count"] = kl["num_params"]
     else:
-        metrics.update({f"eval/{k}": v for k, v in point.items()})
+        metrics.update({f"{split}/{k}": v for k, v in point.items()})
         metrics["params/count"] = guide.num_params
     return metrics
 
@@ -91,6 +93,8 @@ def evaluate_files(files: list[Path], args, out: Path) -> list[dict]:
         if key not in cache:
             cache[key] = load_selection(args.data_dir, args.split, selection, normalization, args.device)
         x, y, split = cache[key]
+        if args.quick and args.num_test is None:  # smoke runs: at most the first 2,000 images
+            x, y = x[:2000], y[:2000]
         architecture = payload["architecture"]
         if architecture["num_classes"] != selection.num_classes:
             raise UserError(f"{path}: the model predicts {architecture['num_classes']} classes but the selection "
@@ -99,7 +103,7 @@ def evaluate_files(files: list[Path], args, out: Path) -> list[dict]:
         if architecture["in_features"] != x.shape[1]:
             raise UserError(f"{path}: the model expects {architecture['in_features']} inputs, the data has "
                             f"{x.shape[1]}")
-        metrics = evaluate_payload(payload, x, y, samples, payload["run"].get("seed", 0), args.device)
+        metrics = evaluate_payload(payload, x, y, samples, payload["run"].get("seed", 0), args.device, args.split)
         trained = payload.get("metrics", {})
         row = {"run": run_label(path, payload), "file": str(path), "method": payload["method"],
                "beta": payload.get("experiment", {}).get("train", {}).get("beta"),
@@ -108,7 +112,8 @@ def evaluate_files(files: list[Path], args, out: Path) -> list[dict]:
                "elbo/neg_per_n (training)": trained.get("elbo/neg_per_n"), **metrics}
         rows.append(row)
         kl_text = f", KL {metrics['kl/total']:.5g} nats" if "kl/total" in metrics else ""
-        print(f"{row['run']}: accuracy {metrics['eval/accuracy']:.4f} on {metrics['eval/num_examples']} "
+        print(f"{row['run']}: accuracy {metrics[f'{args.split}/accuracy']:.4f} on "
+              f"{metrics[f'{args.split}/num_examples']} "
               f"{args.split} images ({selection.describe()}){kl_text}", flush=True)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "evaluation.json", rows)
@@ -129,7 +134,8 @@ def _fmt(value, spec: str) -> str:
 
 def evaluation_markdown(rows: list[dict]) -> str:
     """The KL table and the accuracy table of an evaluation, in Markdown."""
-    lines = ["# Evaluation", "", f"Data: {rows[0]['data']}, split `{rows[0]['split']}`.", "",
+    split = rows[0]["split"]
+    lines = ["# Evaluation", "", f"Data: {rows[0]['data']}, split `{split}`.", "",
              "KL(q||p) columns: total in nats; mean per parameter; L2 norm of the vector of per-parameter KLs; "
              "KL/n with n = training-set size. Accuracy: Bayesian model average (BMA) and posterior-mean weights.",
              "", "| run | method | beta | selection | accuracy (BMA) | accuracy (mean w) | NLL | ECE | KL total | "
@@ -138,8 +144,9 @@ def evaluation_markdown(rows: list[dict]) -> str:
     for r in rows:
         lines.append(
             f"| {r['run']} | {r['method']} | {_fmt(r['beta'], 'g')} | {r['selection']} | "
-            f"{_fmt(r.get('eval/accuracy'), '.4f')} | {_fmt(r.get('eval/accuracy_mean_weights'), '.4f')} | "
-            f"{_fmt(r.get('eval/nll'), '.4f')} | {_fmt(r.get('eval/ece'), '.4f')} | {_fmt(r.get('kl/total'), '.4g')} | "
+            f"{_fmt(r.get(f'{split}/accuracy'), '.4f')} | {_fmt(r.get(f'{split}/accuracy_mean_weights'), '.4f')} | "
+            f"{_fmt(r.get(f'{split}/nll'), '.4f')} | {_fmt(r.get(f'{split}/ece'), '.4f')} | "
+            f"{_fmt(r.get('kl/total'), '.4g')} | "
             f"{_fmt(r.get('kl/mean_per_param'), '.3g')} | {_fmt(r.get('kl/l2_norm'), '.4g')} | "
             f"{_fmt(r.get('kl/per_n'), '.4g')} | {_fmt(r.get('elbo/neg_per_n (training)'), '.4f')} | "
             f"{'yes' if r['converged'] else 'NOT converged'} |")

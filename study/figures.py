@@ -58,10 +58,10 @@ def read_history(folder) -> list[dict]:
                 for row in csv.DictReader(f)]
 
 
-def convergence_grid(panels: list[tuple[str, list[dict]]], columns: int = 3):
+def convergence_grid(panels: list[tuple[str, list[dict]]], columns: int = 5):
     """Small multiples: train and test accuracy per epoch for several runs."""
     rows = math.ceil(len(panels) / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(7.2, 1.75 * rows), squeeze=False)
+    figure, axes = plt.subplots(rows, columns, figsize=(7.2, 1.45 * rows), squeeze=False)
     for axis, (title, history) in zip(axes.flat, panels, strict=False):
         epochs = [row["epoch"] for row in history]
         axis.plot(epochs, [row["train_accuracy"] for row in history], color="tab:blue", lw=1.2, label="train")
@@ -119,7 +119,7 @@ def pac_bayes_figure(rows: list[dict]):
     positions = np.arange(len(rows))
     axis.bar(positions - 0.2, [r["test/gibbs_error"] for r in rows], 0.4, label="test Gibbs error (measured)",
              color="tab:blue")
-    axis.bar(positions + 0.2, [r["pac_bayes/bound"] for r in rows], 0.4, label="PAC-Bayes bound (95%, kl-inverse)",
+    axis.bar(positions + 0.2, [r["pac_bayes/bound"] for r in rows], 0.4, label="PAC-Bayes bound (kl-inverse, 94% confidence)",
              color="tab:gray")
     axis.set_xticks(positions, [r["label"] for r in rows], rotation=30, ha="right", fontsize=6.5)
     axis.set_ylabel("error", fontsize=8)

@@ -99,6 +99,10 @@ def arviz_outputs(records: list[dict], results_dir: Path, data_dir, device, quic
             summary = az.summary(idata, var_names=["layers_0_bias"], kind="stats", hdi_prob=0.94)
             lr_summary = [{"parameter": index, **{c: float(summary.loc[index, c]) for c in summary.columns}}
                           for index in summary.index]
+            weights = az.summary(idata, var_names=["layers_0_weight"], kind="stats", hdi_prob=0.94)
+            write_csv(results_dir / "tables" / "lr_weights_summary.csv",
+                      [{"parameter": index, **{c: float(weights.loc[index, c]) for c in weights.columns}}
+                       for index in weights.index])
             az.plot_forest(idata, var_names=["layers_0_bias"], combined=True, hdi_prob=0.94, figsize=(3.4, 2.6))
             import matplotlib.pyplot as plt
 
@@ -161,6 +165,30 @@ def pac_bayes_rows(records: list[dict]) -> list[dict]:
     return rows
 
 
+def headline_markdown(records: list[dict], rl: list[dict], l2: list[dict]) -> str:
+    """The README's headline table: one line per model or selection, numbers from the runs."""
+    lines = ["| model / selection | beta | test accuracy | KL(q‖p) (nats) | KL / n | −ELBO / n | converged |",
+             "|---|---|---|---|---|---|---|"]
+    for row in l2:
+        kl = row.get("kl/total")
+        kl_per_n = kl / row["n"] if finite(kl) and row.get("n") else None
+        lines.append(f"| {row['model']} ({row['method']}, {row['architecture']}) | "
+                     f"{'1' if row['method'] == 'vi' else '-'} | {100 * row['test/accuracy']:.2f}% | "
+                     f"{_fmt_or_dash(kl, ',.0f')} | {_fmt_or_dash(kl_per_n, '.3f')} | "
+                     f"{_fmt_or_dash(row.get('elbo/neg_per_n'), '.4f')} | {row['converged']} |")
+    for row in rl:
+        if row["experiment"] == "rl-full-b1":
+            continue  # in the rows above
+        text = row["text"]
+        lines.append(f"| {row['selection']} | {row['beta']:g} | {text['test/accuracy']} | {text['kl/total']} | "
+                     f"{text['kl/per_n']} | {text['elbo/neg_per_n']} | {row['converged']} |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt_or_dash(value, spec: str) -> str:
+    return format(value, spec) if finite(value) else "-"
+
+
 def build_study_outputs(results_dir: str | Path, data_dir: str | Path, device: str = "cpu", quick: bool = False,
                         author: str = "", log=print) -> dict:
     """Write every study-level output for the runs in ``results_dir`` (see the module docstring)."""
@@ -191,7 +219,7 @@ def build_study_outputs(results_dir: str | Path, data_dir: str | Path, device: s
         "KL(q||p) of the random-labels study (mean ± std over seeds)",
         "KL total in nats; KL / param = total / number of parameters; KL L2 norm = Euclidean norm of the "
         "vector of per-parameter KLs; KL / n = total / training-set size; -ELBO / n with beta = 1; accuracies of "
-        "the Bayesian model average; bound = PAC-Bayes kl-inverse bound on the Gibbs error (95%).")
+        "the Bayesian model average; bound = PAC-Bayes kl-inverse bound on the Gibbs error (confidence 1 - delta - delta' = 0.94).")
     markdown["l2"] = _write_table(
         tables_dir, "l2_vs_bayes", l2,
         [("model", "model", ""), ("method", "method", ""), ("architecture", "architecture", ""),
@@ -200,7 +228,8 @@ def build_study_outputs(results_dir: str | Path, data_dir: str | Path, device: s
          ("elpd LOO", "loo/elpd", ".1f"), ("LOO se", "loo/se", ".1f"), ("k>0.7", "loo/pareto_k_bad", ".2f"),
          ("epochs", "training/epochs", ".0f"), ("train s", "training/seconds", ".0f"),
          ("converged", "converged", "")],
-        "Logistic regression, L2 logistic regression and Bayesian MLPs (all 60,000 training images)",
+        "Logistic regression, L2 logistic regression and Bayesian MLPs"
+        + (f" ({l2[0]['n']:,} training images)" if l2 and l2[0].get("n") else ""),
         f"elpd LOO: PSIS-LOO on the first {arviz.get('loo_n', LOO_TRAIN_EXAMPLES)} training images with "
         f"{arviz.get('draws', ARVIZ_DRAWS)} posterior draws; k>0.7: share of observations with an unreliable "
         "Pareto-k.")
@@ -267,6 +296,7 @@ def build_study_outputs(results_dir: str | Path, data_dir: str | Path, device: s
     if (figures_dir / "arviz_forest_lr_bias.png").exists():
         figure_paths["arviz_forest"] = figures_dir / "arviz_forest_lr_bias.png"
 
+    write_text(tables_dir / "headline.md", headline_markdown(records, rl, l2))
     statements = claims.all_claims(rl, l2, sweep, pac, psi, arviz)
     context = {
         "title": "How far does a Bayesian neural network's posterior move from its prior? KL(q||p) on MNIST",

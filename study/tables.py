@@ -102,7 +102,7 @@ def l2_rows(records: list[dict], loo: dict[str, dict] | None = None) -> list[dic
         m = runs[0]["metrics"]
         label = "bnn-2x400 (= rl-full-b1)" if name == "rl-full-b1" else name
         rows.append({
-            "model": label, "experiment": name, "method": experiment.method,
+            "model": label, "experiment": name, "method": experiment.method, "n": m.get("train/num_examples"),
             "architecture": experiment.architecture_label(), "params": m.get("params/count"),
             "test/accuracy": m.get("test/accuracy"), "test/nll": m.get("test/nll"), "test/ece": m.get("test/ece"),
             "train/accuracy": m.get("train/accuracy"), "kl/total": m.get("kl/total"),

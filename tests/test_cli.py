@@ -135,10 +135,10 @@ def test_eval_round_trip_reproduces_training_metrics(trained, mnist_dir, tmp_pat
     rows = {row["run"]: row for row in json.loads((tmp_path / "evaluation.json").read_text())}
     assert set(rows) == {"rl-random200-b1/seed0", "lr-map/seed0"}
     trained_metrics = json.loads((trained / "lr-map" / "seed0" / "metrics.json").read_text())["metrics"]
-    assert rows["lr-map/seed0"]["eval/accuracy"] == pytest.approx(trained_metrics["test/accuracy"], abs=1e-12)
+    assert rows["lr-map/seed0"]["test/accuracy"] == pytest.approx(trained_metrics["test/accuracy"], abs=1e-12)
     vi = json.loads((trained / "rl-random200-b1" / "seed0" / "metrics.json").read_text())["metrics"]
     assert rows["rl-random200-b1/seed0"]["kl/total"] == pytest.approx(vi["kl/total"], rel=1e-5)
-    assert rows["rl-random200-b1/seed0"]["eval/num_examples"] == 10_000
+    assert rows["rl-random200-b1/seed0"]["test/num_examples"] == 10_000
     for name in ("evaluation.md", "evaluation.csv", "kl_per_layer.png"):
         assert (tmp_path / name).stat().st_size > 0
 
@@ -148,7 +148,7 @@ def test_eval_on_another_selection(trained, mnist_dir, tmp_path):
                  "--num-test", "300", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     row = json.loads((tmp_path / "evaluation.json").read_text())[0]
-    assert row["eval/num_examples"] == 300
+    assert row["test/num_examples"] == 300
 
 
 @pytest.mark.parametrize("args, fragment", [
@@ -221,4 +221,4 @@ def test_eval_on_a_non_mnist_idx_folder(trained, tmp_path):
                  str(tmp_path / "fashion"), "--out", str(tmp_path / "eval"))
     assert result.returncode == 0, result.stderr
     row = json.loads((tmp_path / "eval" / "evaluation.json").read_text())[0]
-    assert row["eval/num_examples"] == 50 and "checksums skipped" in row["data"]
+    assert row["test/num_examples"] == 50 and "checksums skipped" in row["data"]
