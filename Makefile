@@ -49,7 +49,7 @@ quick: data
 	$(PY) hw1_id_eval.py $(RESULTS)-quick --data-dir $(DATA_DIR) --report --quick
 
 report: venv
-	$(PY) hw1_id_eval.py $(RESULTS) --data-dir $(DATA_DIR) --report --author "$(AUTHOR)"
+	$(PY) hw1_id_eval.py $(RESULTS) --data-dir $(DATA_DIR) --report-only --author "$(AUTHOR)"
 
 test: dev data
 	$(PY) -m pytest -q

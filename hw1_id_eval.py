@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=positive_int, default=2, help="CPU threads for torch")
     parser.add_argument("--report", action="store_true",
                         help="also build the study's tables, figures, ArviZ files and report from a results folder")
+    parser.add_argument("--report-only", action="store_true",
+                        help="build the study's outputs without evaluating each weights file again")
     parser.add_argument("--quick", action="store_true",
                         help="smoke runs: 10 posterior samples, the first 2,000 images of each selection")
     parser.add_argument("--author", default="", help="name and ID printed on the report (default: a blank to fill)")
@@ -66,11 +68,12 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_cpu(args.threads)
     started = time.perf_counter()
-    files = find_weight_files(args.paths)
-    out = default_out(args)
-    rows = evaluate_files(files, args, out)
-    print(f"evaluated {len(rows)} model(s) in {time.perf_counter() - started:.0f} s; tables in {out}/")
-    if args.report:
+    if not args.report_only:
+        files = find_weight_files(args.paths)
+        out = default_out(args)
+        rows = evaluate_files(files, args, out)
+        print(f"evaluated {len(rows)} model(s) in {time.perf_counter() - started:.0f} s; tables in {out}/")
+    if args.report or args.report_only:
         from study.report import build_study_outputs
 
         results_dir = Path(args.paths[0])

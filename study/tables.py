@@ -39,11 +39,11 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else float("nan"))
 
 
-def format_mean_std(values: list[float], spec: str = ".4g") -> str:
+def format_mean_std(values: list[float], spec: str = ".4g", std_spec: str = ".2g") -> str:
     mean, std = mean_std(values)
     if math.isnan(mean):
         return "-"
-    return format(mean, spec) if math.isnan(std) else f"{format(mean, spec)} ± {format(std, spec)}"
+    return format(mean, spec) if math.isnan(std) else f"{format(mean, spec)} ± {format(std, std_spec)}"
 
 
 def _metric(records: list[dict], key: str) -> list[float]:
