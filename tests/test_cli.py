@@ -130,7 +130,8 @@ def test_existing_runs_are_not_silently_overwritten(trained, mnist_dir):
 
 
 def test_eval_round_trip_reproduces_training_metrics(trained, mnist_dir, tmp_path):
-    result = run("hw1_id_eval.py", str(trained), "--data-dir", str(mnist_dir), "--out", str(tmp_path))
+    # --quick evaluates on the first 2,000 test images, as quick training runs do
+    result = run("hw1_id_eval.py", str(trained), "--data-dir", str(mnist_dir), "--out", str(tmp_path), "--quick")
     assert result.returncode == 0, result.stderr
     rows = {row["run"]: row for row in json.loads((tmp_path / "evaluation.json").read_text())}
     assert set(rows) == {"rl-random200-b1/seed0", "lr-map/seed0"}
@@ -138,7 +139,7 @@ def test_eval_round_trip_reproduces_training_metrics(trained, mnist_dir, tmp_pat
     assert rows["lr-map/seed0"]["test/accuracy"] == pytest.approx(trained_metrics["test/accuracy"], abs=1e-12)
     vi = json.loads((trained / "rl-random200-b1" / "seed0" / "metrics.json").read_text())["metrics"]
     assert rows["rl-random200-b1/seed0"]["kl/total"] == pytest.approx(vi["kl/total"], rel=1e-5)
-    assert rows["rl-random200-b1/seed0"]["test/num_examples"] == 10_000
+    assert rows["rl-random200-b1/seed0"]["test/num_examples"] == vi["test/num_examples"] == 2_000
     for name in ("evaluation.md", "evaluation.csv", "kl_per_layer.png"):
         assert (tmp_path / name).stat().st_size > 0
 
@@ -222,3 +223,11 @@ def test_eval_on_a_non_mnist_idx_folder(trained, tmp_path):
     assert result.returncode == 0, result.stderr
     row = json.loads((tmp_path / "eval" / "evaluation.json").read_text())[0]
     assert row["test/num_examples"] == 50 and "checksums skipped" in row["data"]
+
+
+def test_eval_uses_the_whole_matching_test_selection(trained, mnist_dir, tmp_path):
+    """Without --quick or --num-test: every test image of the matching selection (all 10,000)."""
+    result = run("hw1_id_eval.py", str(trained / "lr-map"), "--data-dir", str(mnist_dir), "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    row = json.loads((tmp_path / "evaluation.json").read_text())[0]
+    assert row["test/num_examples"] == 10_000 and row["selection"] == "all images"
