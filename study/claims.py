@@ -217,7 +217,24 @@ def psi_claims(psi: dict | None) -> list[str]:
             f"variance to {psi['max_discrepancy']:.1e}."]
 
 
+def fitting_claims(rl: list[dict]) -> list[str]:
+    """Whether beta = 1 fits the 200-image training labels, and whether tempering does."""
+    small = [r for r in rl if r["n"] <= 200 and _ok(r["train/accuracy"])]
+    exact = [r for r in small if r["beta"] == 1]
+    tempered = [r for r in small if r["beta"] == TEMPERED_BETA]
+    if not exact or not tempered:
+        return []
+    best = max(r["train/accuracy"] for r in exact)
+    low = min(r["train/accuracy"] for r in tempered)
+    first = (f"At beta = 1 no 200-image network fits its training labels (best training accuracy {_pct(best)})"
+             if best < 0.99 else f"At beta = 1 a 200-image network reaches {_pct(best)} training accuracy")
+    second = (f"at beta = {TEMPERED_BETA:g} every one does (lowest {_pct(low)}), so the fitted KLs of the table "
+              "are those of tempered posteriors" if low >= 0.99 else
+              f"even at beta = {TEMPERED_BETA:g} the lowest training accuracy is {_pct(low)}")
+    return [f"{first}; {second}."]
+
+
 def all_claims(rl, l2, sweep, pac, psi, arviz) -> dict[str, list[str]]:
     return {"q1": psi_claims(psi), "q2": random_label_claims(rl), "sweep": sweep_claims(sweep),
-            "tempering": tempering_claims(sweep),
+            "tempering": tempering_claims(sweep), "fitting": fitting_claims(rl),
             "q3": l2_claims(l2), "pac_bayes": pac_claims(pac)}

@@ -554,17 +554,14 @@ def summary_items(context: dict) -> list[str]:
     """Bullets of the summary: findings from the claims, then fixed notes on method and honesty."""
     items = []
     claims = context.get("claims") or {}
-    tempered = context.get("tempered_beta")
     for key, pick in (("q2", ("stays near the prior",)), ("pac_bayes", ("PAC-Bayes bound",)),
                       ("q3", ("Hidden layers buy", "do not beat"))):
         for sentence in claims.get(key, []):
             if any(p in sentence for p in pick) and _typeset(sentence) not in items:
                 items.append(_typeset(sentence))
-    beta_text = f"<i>β</i> = {_fmt(tempered, 'g')}" if _ok(tempered) else "a small <i>β</i>"
-    small = _small_n(context)
     tempering = " ".join(_typeset(sentence) for sentence in claims.get("tempering", []))
-    items.append(f"<b>Attempts and caveats.</b> At <i>β</i> = 1 the posteriors on {small} stay at the prior; "
-                 f"tempering the KL ({beta_text}) was needed to fit, so those KLs describe tempered posteriors. "
+    fitting = " ".join(_typeset(sentence) for sentence in claims.get("fitting", []))
+    items.append(f"<b>Attempts and caveats.</b> {fitting} "
                  f"{tempering} Optimiser defaults "
                  "were chosen by the ELBO they reach, never by test accuracy; the stopping rule, not an epoch budget, "
                  "ends a run, and runs where it did not fire are flagged. All KLs are those of the mean-field "
