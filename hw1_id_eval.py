@@ -20,14 +20,14 @@ import sys
 import time
 from pathlib import Path
 
-from study.cli_args import digit_list, non_negative_int, positive_int
+from study.cli_args import HelpFormatter, digit_list, non_negative_int, positive_int
 from study.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Evaluate weights files of the KL study and write tables and plots.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     parser.add_argument("paths", nargs="+", help=".pkl files or folders searched for weights.pkl")
     parser.add_argument("--data-dir", default="data", help="IDX data folder (MNIST or another MNIST-format set)")
     parser.add_argument("--split", default="test", choices=("test", "train"), help="split to evaluate on")

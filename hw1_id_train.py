@@ -19,7 +19,15 @@ import dataclasses
 import sys
 import time
 
-from study.cli_args import beta_value, digit_list, hidden_sizes, non_negative_int, positive_float, positive_int
+from study.cli_args import (
+    HelpFormatter,
+    beta_value,
+    digit_list,
+    hidden_sizes,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from study.errors import UserError
 
 DEFAULT_DATA_DIR = "data"
@@ -28,10 +36,10 @@ DEFAULT_DATA_DIR = "data"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Train the KL(posterior || prior) study's experiments on MNIST-format data.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     parser.add_argument("--experiment", nargs="+", metavar="NAME",
                         help="experiments to run: names from --list, a group (random-labels, l2-bayes, "
-                             "beta-sweep) or all")
+                             "beta-sweep) or all (required unless --list)")
     parser.add_argument("--list", action="store_true", help="print the experiment table and exit")
     parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
                         help="folder with the IDX files (flat or MNIST/raw/, plain or .gz)")
@@ -51,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     existing.add_argument("--overwrite", action="store_true", help="train finished runs again")
     existing.add_argument("--resume", action="store_true",
                           help="continue interrupted runs from their checkpoints (finished runs are kept)")
-    variant = parser.add_argument_group("variant overrides (applied to every selected experiment)")
+    variant = parser.add_argument_group(
+        "variant overrides", "applied to every selected experiment; each defaults to the experiment's own value")
     variant.add_argument("--name", help="folder name of the variant (default: experiment name + overrides)")
     variant.add_argument("--method", choices=("vi", "map", "mle"), help="learning method")
     variant.add_argument("--hidden", type=hidden_sizes, help="hidden sizes, e.g. 400,400 or none")

@@ -73,3 +73,13 @@ def digit_list(text: str) -> tuple[int, ...]:
     if any(d < 0 or d > 9 for d in digits):
         raise argparse.ArgumentTypeError(f"digits must lie in 0-9, got {text!r}")
     return digits
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends '(default: ...)' to every flag's help, except flags whose default is None (their
+    help says what applies instead)."""
+
+    def _get_help_string(self, action):
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
