@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="build the study's outputs without evaluating each weights file again")
     parser.add_argument("--quick", action="store_true",
                         help="smoke runs: 10 posterior samples, the first 2,000 images of each selection")
-    parser.add_argument("--author", default="", help="name and ID printed on the report (default: a blank to fill)")
+    parser.add_argument("--author", default=None, help="name and ID printed on the report (default: a blank to fill)")
     return parser
 
 
@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         results_dir = Path(args.paths[0])
         if not results_dir.is_dir():
             raise UserError("--report needs a results folder as the first path")
-        build_study_outputs(results_dir, args.data_dir, device=args.device, quick=args.quick, author=args.author)
+        build_study_outputs(results_dir, args.data_dir, device=args.device, quick=args.quick,
+                            author=args.author or "")
     return 0
 
 
