@@ -31,24 +31,25 @@ def _nats(value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
-def _ratio_words(a: float, b: float) -> str:
-    """How a compares with b: '3.2 times as far as' / 'about as far as' / '2.0 times less far than'."""
+def _compare(a: float, b: float, same: str, more: str, less: str, missing: str) -> str:
+    """Words for a / b: ``same`` within 25%, else '<ratio> times <more>' or '<1/ratio> times <less>'."""
     if not (_ok(a) and _ok(b)) or a <= 0 or b <= 0:
-        return "(not comparable: a value is missing or not positive) compared with"
+        return missing
     ratio = a / b
     if 0.8 <= ratio <= 1.25:
-        return "about as far as"
-    return f"{ratio:.1f} times as far as" if ratio > 1 else f"{1 / ratio:.1f} times less far than"
+        return same
+    return f"{ratio:.1f} times {more}" if ratio > 1 else f"{1 / ratio:.1f} times {less}"
+
+
+def _ratio_words(a: float, b: float) -> str:
+    """How far a is compared with b: '3.2 times as far as' / 'about as far as' / '2.0 times less far than'."""
+    return _compare(a, b, "about as far as", "as far as", "less far than",
+                    "(not comparable: a value is missing or not positive) compared with")
 
 
 def _cost_words(a: float, b: float) -> str:
     """'3.2 times higher than' / 'about the same as' / '2.0 times lower than'."""
-    if not (_ok(a) and _ok(b)) or a <= 0 or b <= 0:
-        return "not comparable with"
-    ratio = a / b
-    if 0.8 <= ratio <= 1.25:
-        return "about the same as"
-    return f"{ratio:.1f} times higher than" if ratio > 1 else f"{1 / ratio:.1f} times lower than"
+    return _compare(a, b, "about the same as", "higher than", "lower than", "not comparable with")
 
 
 def random_label_claims(rl: list[dict]) -> list[str]:
