@@ -27,6 +27,17 @@ def logits_of_weights(weights, x: torch.Tensor, batch_size: int = 8192) -> torch
 
 
 @torch.no_grad()
+def sampled_logits(guide, x: torch.Tensor, num_samples: int, generator: torch.Generator | None = None,
+                   chunk: int = 10) -> torch.Tensor:
+    """Logits ``(S, n, K)`` of S weight draws from a mean-field guide, drawn ``chunk`` at a time."""
+    parts = []
+    for start in range(0, num_samples, chunk):
+        weights = guide.sample_weights(min(chunk, num_samples - start), generator)
+        parts.append(logits_of_weights(weights, x))
+    return torch.cat(parts)
+
+
+@torch.no_grad()
 def accuracy_of_weights(weights, x: torch.Tensor | None, y: torch.Tensor | None) -> float:
     """Share of correct predictions of one set of weights (e.g. the posterior mean)."""
     if x is None or x.shape[0] == 0:

@@ -30,20 +30,12 @@ from inference.metrics import (
     logits_of_weights,
     per_example_sample_logits,
     point_metrics,
+    sampled_logits,
 )
 
 PAC_BAYES_DELTA = 0.05
 PAC_BAYES_DELTA_PRIME = 0.01
 MONTE_CARLO_OUTCOMES = 200_000  # per-example weight draws on the training set (at least)
-
-
-def _sampled_logits(guide: MeanFieldNormalGuide, x: torch.Tensor, num_samples: int, generator, chunk: int = 10):
-    """Logits ``(S, n, K)`` of S shared weight draws, drawn ``chunk`` at a time."""
-    parts = []
-    for start in range(0, num_samples, chunk):
-        weights = guide.sample_weights(min(chunk, num_samples - start), generator)
-        parts.append(logits_of_weights(weights, x))
-    return torch.cat(parts)
 
 
 @torch.no_grad()
@@ -68,10 +60,10 @@ def evaluate(guide: FlatGuide, x_train: torch.Tensor, y_train: torch.Tensor, x_t
 
     metrics.update({f"train/{k}_mean_weights": v for k, v in train_point.items()})
     metrics.update({f"test/{k}_mean_weights": v for k, v in test_point.items()})
-    test_bma = bayesian_model_average(_sampled_logits(guide, x_test, test_samples, generator), y_test)
+    test_bma = bayesian_model_average(sampled_logits(guide, x_test, test_samples, generator), y_test)
     metrics.update({f"test/{k}": v for k, v in test_bma.items()})
     metrics["test/bma_samples"] = test_samples
-    train_bma = bayesian_model_average(_sampled_logits(guide, x_train, train_bma_samples, generator), y_train)
+    train_bma = bayesian_model_average(sampled_logits(guide, x_train, train_bma_samples, generator), y_train)
     metrics.update({f"train/{k}": train_bma[k] for k in ("accuracy", "nll", "ece")})
     metrics["train/bma_samples"] = train_bma_samples
 

@@ -9,7 +9,7 @@ import torch
 
 from inference.guides import MeanFieldNormalGuide
 from inference.kl import kl_summary
-from inference.metrics import bayesian_model_average, logits_of_weights, point_metrics
+from inference.metrics import bayesian_model_average, logits_of_weights, point_metrics, sampled_logits
 from study import figures
 from study.data import Selection, load_selection
 from study.errors import UserError
@@ -65,9 +65,7 @@ def evaluate_payload(payload: dict, x: torch.Tensor, y: torch.Tensor, samples: i
     point = point_metrics(logits_of_weights(guide.mean_weights(), x), y)
     if isinstance(guide, MeanFieldNormalGuide):
         generator = torch.Generator(device=x.device).manual_seed(20_000 + seed)
-        parts = [logits_of_weights(guide.sample_weights(min(10, samples - s), generator), x)
-                 for s in range(0, samples, 10)]
-        bma = bayesian_model_average(torch.cat(parts), y)
+        bma = bayesian_model_average(sampled_logits(guide, x, samples, generator), y)
         metrics.update({f"{split}/{k}": v for k, v in bma.items()})
         metrics.update({f"{split}/{k}_mean_weights": v for k, v in point.items()})
         kl = kl_summary(guide, payload["run"]["num_train"])
